@@ -1,0 +1,3 @@
+from biaslab.cli import app
+
+app(prog_name="biaslab")
