@@ -166,8 +166,8 @@ def _collect(
     registry: dict[str, Registered] = {}
     hook = getattr(manager.hook, KINDS[kind])
 
-    # pluggy lists implementations last-registered first; built-ins come first here
-    for implementation in reversed(hook.get_hookimpls()):
+    # get_hookimpls() lists implementations in registration order, so built-ins come first
+    for implementation in hook.get_hookimpls():
         plugin_name = implementation.plugin_name
         package = packages.get(plugin_name, plugin_name)
         collected: list[Registered] = []
