@@ -1,0 +1,1 @@
+"""Loss-landscape probes around trained weights: directions, curves, surfaces, summaries and plots."""
