@@ -145,7 +145,7 @@ class HessianOperator:
         with tf.GradientTape() as tape:
             tape.watch([variable.value for variable in unique])
             probabilities = self.model(x_probe, training=False)
-            _check_probabilities(probabilities)
+            check_probabilities(probabilities)
             loss = data_loss(y_probe, probabilities)
         gradients = tape.gradient(loss, [variable.value for variable in unique])
         used = [v for v, g in zip(unique, gradients) if g is not None]
@@ -281,7 +281,7 @@ class HessianOperator:
         }
 
 
-def _check_probabilities(probabilities: tf.Tensor) -> None:
+def check_probabilities(probabilities: tf.Tensor) -> None:
     """Raise ConfigError unless each output row is a probability distribution."""
     values = np.asarray(probabilities, dtype=np.float64)
     if values.ndim != 2:
