@@ -153,6 +153,66 @@ def run(
     _run(ctx, True, run_id, quiet, **given)
 
 
+def _probe_existing(ctx, measures: bool, run_id, checkpoint, quiet, **given) -> None:
+    from biaslab.jobs import run_landscape_job
+
+    renamed = {"direction": "landscape_direction", "n_directions": "landscape_n_directions",
+               "points": "landscape_points", "n_candidates": "landscape_candidates",
+               "resolution": "landscape_resolution", "lo": "landscape_lo", "hi": "landscape_hi"}
+    settings = {renamed.get(key, key): value for key, value in given.items() if value is not None}
+    run = call(lambda: run_landscape_job(run_id=run_id, checkpoint=checkpoint, settings=settings,
+                                         bias_options=parse_extra(list(ctx.args)), measures=measures,
+                                         progress=not quiet))
+    typer.echo(run)
+
+
+Checkpoint = typer.Option(None, help="A checkpoint file instead of a run: a Keras 3 .keras model or legacy Keras 2 .h5 weights of --model. Results go to a new run.")
+ExistingRun = typer.Option(None, "--run-id", "--run_id", help="An earlier run: its checkpoint is probed and results are logged into it.")
+
+
+@app.command(context_settings=EXTRA_ARGS)
+def landscape(
+    ctx: typer.Context, run_id: Optional[str] = ExistingRun, checkpoint: Optional[str] = Checkpoint,
+    model: Optional[str] = Model, dataset: Optional[str] = Dataset, data_dir: Optional[str] = DataDir,
+    bias: Optional[str] = Bias, cls: Optional[str] = Cls, pct: Optional[str] = Pct, seed: Optional[str] = Seed,
+    preset: Optional[str] = Preset, demean: Optional[str] = Demean,
+    direction: Optional[str] = Direction, landscape_split: Optional[str] = LandscapeSplit,
+    landscape_samples: Optional[str] = LandscapeSamples, n_directions: Optional[str] = NDirections,
+    points: Optional[str] = Points, n_candidates: Optional[str] = Candidates, resolution: Optional[str] = Resolution,
+    lo: Optional[str] = Lo, hi: Optional[str] = Hi, experiment: Optional[str] = Experiment,
+    run_name: Optional[str] = RunName, quiet: bool = Quiet,
+) -> None:
+    """Probe the loss landscape of an earlier run (--run-id) or of a checkpoint file (--checkpoint).
+
+    For a run, its params give the model, data and bias, and the options here override the landscape
+    settings. For a checkpoint, name the model, dataset and preset as for 'biaslab run'.
+    """
+    given = dict(locals())
+    for key in ("ctx", "run_id", "checkpoint", "quiet"):
+        given.pop(key)
+    _probe_existing(ctx, False, run_id, checkpoint, quiet, **given)
+
+
+@app.command(context_settings=EXTRA_ARGS)
+def flatness(
+    ctx: typer.Context, run_id: Optional[str] = ExistingRun, checkpoint: Optional[str] = Checkpoint,
+    measures: Optional[str] = typer.Option(None, "--measures", help="Comma-separated measures ('biaslab plugins' lists them). Default: the cheap default set."),
+    model: Optional[str] = Model, dataset: Optional[str] = Dataset, data_dir: Optional[str] = DataDir,
+    preset: Optional[str] = Preset, landscape_split: Optional[str] = LandscapeSplit,
+    landscape_samples: Optional[str] = LandscapeSamples, experiment: Optional[str] = Experiment,
+    quiet: bool = Quiet,
+) -> None:
+    """Compute flatness measures (Hessian eigenvalues and trace, sharpness, relative flatness) of an earlier run or a checkpoint.
+
+    They are evaluated on the landscape's split and subset (--landscape-split, --landscape-samples).
+    """
+    given = dict(locals())
+    for key in ("ctx", "run_id", "checkpoint", "quiet", "measures"):
+        given.pop(key)
+    given["flatness"] = measures
+    _probe_existing(ctx, True, run_id, checkpoint, quiet, **given)
+
+
 @app.command()
 def plugins() -> None:
     """List every bias, direction and flatness measure with the package that provides it."""
@@ -169,6 +229,9 @@ def plugins() -> None:
         typer.echo("failed to load:")
         for failure in loaded.failed:
             typer.echo(f"  {failure}")
+
+
+from biaslab.cli_study import register as _register_study; _register_study(app)  # noqa: E402, E702
 
 
 def main() -> None:  # pragma: no cover - console entry point

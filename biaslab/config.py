@@ -106,6 +106,21 @@ class RunConfig:
                 factor = boundary_factor
         return self.learning_rate * factor
 
+    def landscape_settings(self):
+        """The landscape part of the configuration as ``biaslab.landscape.LandscapeSettings``."""
+        from biaslab.landscape.settings import LandscapeSettings
+
+        return LandscapeSettings(
+            direction=self.landscape_direction,
+            seed=self.landscape_seed,
+            n_directions=self.landscape_n_directions,
+            points_1d=self.landscape_points,
+            n_candidates=self.landscape_candidates,
+            resolution=self.landscape_resolution,
+            lo=self.landscape_lo,
+            hi=self.landscape_hi,
+        )
+
     def params(self) -> dict[str, str]:
         """The whole configuration as flat MLflow params (bias options as ``bias.<name>``)."""
         params = {
@@ -307,4 +322,6 @@ def build_config(plugins: Plugins, bias_options: Mapping[str, Any] | None = None
         raise ConfigError(
             f"landscape range [{config.landscape_lo}, {config.landscape_hi}] is empty or reversed; give landscape_lo < landscape_hi"
         )
+    if config.landscape:
+        config.landscape_settings().validate(plugins)
     return config

@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import sys
 from pathlib import Path
 
 import keras
+import mlflow
 import numpy as np
 from mlflow.tracking import MlflowClient
 
 from biaslab import tracking
 from biaslab.biases import BiasInput, BiasResult, class_counts, count_stats, write_manifest
 from biaslab.config import RunConfig
-from biaslab.errors import ConfigError
 from biaslab.data import Dataset, Preprocessor, load_dataset
+from biaslab.errors import ConfigError
 from biaslab.evaluation import evaluate
 from biaslab.models import build_model, parameter_counts
 from biaslab.plots import plot_confusion, plot_history
@@ -126,7 +128,7 @@ def _run_steps(config: RunConfig, plugins: Plugins, data: PreparedData, params: 
     state = tracking.training_state(run_id, folder / "state")
     if state is None:
         tracking.check_params(run_id, params)
-        tracking.log_params(params, folder)
+        tracking.log_params(run_id, params, folder)
         summary = {"bias": config.bias, "cls": config.cls, "pct": config.pct, "seed": config.seed,
                    "options": config.options, "dataset": data.dataset.source}
         tracking.log_files({"bias": write_manifest(data.bias, folder / "bias", summary)})
@@ -212,45 +214,55 @@ def landscape_split(config: RunConfig, data: PreparedData) -> tuple[np.ndarray, 
     return x, y
 
 
-def probe_run_landscape(config, plugins, model, data, run_id, checkpoint_hash, folder, progress) -> dict[str, float]:
+def probe_run_landscape(config, plugins, model, data, run_id, checkpoint_hash, folder, progress,
+                        label: str = "") -> dict[str, float]:
+    """Probe and log the landscape; stored arrays of an interrupted probe of this run are resumed.
+
+    A ``label`` puts the arrays and plots under ``landscape/<label>/`` and ``plots/<label>/``, so a
+    second probe of a run with other settings keeps the first one's files.
+    """
     from biaslab.landscape import probe_landscape
 
     x, y = landscape_split(config, data)
-    settings = landscape_settings(config)
+    out_dir = folder / "probe"
+    landscape_folder = f"landscape/{label}" if label else "landscape"
+    # earlier arrays of this run: the probe reuses or continues those that match its settings
+    downloaded = tracking.download_artifact(run_id, landscape_folder, folder / "earlier")
+    if downloaded is not None and downloaded.is_dir():
+        (out_dir / "landscape").mkdir(parents=True, exist_ok=True)
+        for path in downloaded.glob("*.npz"):
+            path.replace(out_dir / "landscape" / path.name)
     meta = {"run_id": run_id, "model": config.model, "dataset": config.dataset, "split": config.landscape_split,
             "bias": describe_bias(config)}
-    result = probe_landscape(model, x, y, settings, folder / "landscape", plugins,
-                             checkpoint_hash=checkpoint_hash, meta=meta, progress=progress)
+    try:
+        result = probe_landscape(model, x, y, config.landscape_settings(), out_dir, plugins,
+                                 checkpoint_hash=checkpoint_hash, meta=meta, progress=progress)
+    except BaseException:
+        # keep the finished points, so that running again continues where this stopped
+        tracking.log_files({landscape_folder: sorted((out_dir / "landscape").glob("*.npz"))})
+        raise
     tracking.log_metrics(result.metrics)
-    tracking.log_files(result.files)
+    tracking.log_files({f"{folder_name}/{label}" if label else folder_name: paths
+                        for folder_name, paths in result.files.items()})
     return result.metrics
 
 
-def landscape_settings(config: RunConfig):
-    from biaslab.landscape import LandscapeSettings
-
-    return LandscapeSettings(
-        direction=config.landscape_direction,
-        seed=config.landscape_seed,
-        n_directions=config.landscape_n_directions,
-        points_1d=config.landscape_points,
-        n_candidates=config.landscape_candidates,
-        resolution=config.landscape_resolution,
-        lo=config.landscape_lo,
-        hi=config.landscape_hi,
-    )
-
-
 def measure_run_flatness(config, plugins, model, data, folder, progress) -> dict[str, float]:
+    """Compute and log flatness measures on the landscape's evaluation split."""
     from biaslab.flatness import compute_measures
 
     x, y = landscape_split(config, data)
     names = None if config.flatness == ("default",) else list(config.flatness)
-    result = compute_measures(model, x, y, names, plugins, seed=config.landscape_seed, progress=progress)
+    landscape = {key: value for key, value in mlflow.get_run(mlflow.active_run().info.run_id).data.metrics.items()
+                 if key.startswith("landscape_")}
+    result = compute_measures(model, x, y, names, plugins, seed=config.landscape_seed, progress=progress,
+                              landscape_metrics=landscape or None)
     tracking.log_metrics(result.metrics)
-    if result.settings:
-        import mlflow
-
-        mlflow.log_params({key: tracking.fit_param(str(value)) for key, value in result.settings.items()})
+    run_id = mlflow.active_run().info.run_id
+    differing = tracking.log_new_params(run_id, result.settings)
+    (folder / "flatness").mkdir(exist_ok=True)
+    details = folder / "flatness" / "details.json"
+    details.write_text(json.dumps({"details": result.details, "settings": result.settings,
+                                   "settings_not_logged_as_params": differing}, indent=2, default=str) + "\n")
+    tracking.log_files({"flatness": [details]})
     return result.metrics
-

@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def plot_confusion(matrix: np.ndarray, class_names: Sequence[str], path: Path, title: str) -> Path:
@@ -44,6 +45,7 @@ def plot_history(history: Mapping[str, Sequence[float]], path: Path, title: str)
             if values:
                 axes.plot(range(1, len(values) + 1), values, marker=".", label=label)
         axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_ylabel(key)
         axes.grid(alpha=0.3)
         axes.legend()

@@ -91,10 +91,29 @@ def start_run(
     return active
 
 
+def _equivalent(key: str, logged: str, value: str) -> bool:
+    """Whether a raw value that ``mlflow run`` logged means the same as biaslab's canonical value.
+
+    ``mlflow run`` logs the -P values as typed (``pct=9e1``, ``cls=CAT``) before biaslab starts,
+    and a param cannot change once logged, so equal numbers and case-insensitive names match.
+    """
+    if logged.lower() == value.lower() or (logged == "''" and value == ""):
+        return True
+    try:
+        return float(logged) == float(value)
+    except ValueError:
+        return False
+
+
 def check_params(run_id: str, params: Mapping[str, str]) -> None:
     """Raise ConfigError when the run already holds a param with another value, naming the keys."""
-    logged = get_run(run_id).data.params
-    clashes = [key for key, value in params.items() if key in logged and logged[key] != fit_param(value)]
+    run = get_run(run_id)
+    logged = run.data.params
+    clashes = [key for key, value in params.items()
+               if key in logged and logged[key] != fit_param(value) and not _equivalent(key, logged[key], value)]
+    # a class given by index (cls=3) logged by `mlflow run` names the same class as cls=cat
+    if "cls" in clashes and run.data.tags.get("mlflow.project.entryPoint") and logged["cls"].isdigit():
+        clashes.remove("cls")
     if clashes:
         details = ", ".join(f"{key}: logged {logged[key]!r}, now {params[key]!r}" for key in clashes)
         raise ConfigError(
@@ -103,15 +122,16 @@ def check_params(run_id: str, params: Mapping[str, str]) -> None:
         )
 
 
-def log_params(params: Mapping[str, str], folder: Path) -> None:
-    """Log params flat (each cut to MLflow's limit) and the exact values as ``config.json``."""
+def log_params(run_id: str, params: Mapping[str, str], folder: Path) -> None:
+    """Log params flat (each cut to MLflow's limit) and the exact values as ``config.json``.
+
+    Keys the run holds already (``mlflow run`` logs its -P values first) are left as they are;
+    ``check_params`` has made sure they mean the same.
+    """
     path = folder / "config.json"
     path.write_text(json.dumps(dict(params), indent=2, sort_keys=True) + "\n")
     mlflow.log_artifact(str(path))
-    items = [(key, fit_param(str(value))) for key, value in params.items()]
-    # MLflow caps a log_params batch at 100 params
-    for start in range(0, len(items), 100):
-        mlflow.log_params(dict(items[start : start + 100]))
+    log_new_params(run_id, params)
 
 
 def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -174,3 +194,18 @@ class MlflowEpochLogger(keras.callbacks.Callback):
 
 def scratch_folder() -> tempfile.TemporaryDirectory:
     return tempfile.TemporaryDirectory(prefix="biaslab-")
+
+
+def log_new_params(run_id: str, params: Mapping[str, str]) -> list[str]:
+    """Log the params the run does not hold yet; return the keys it holds with another value.
+
+    MLflow params cannot change once logged, and earlier values must not be lost, so a key with
+    a different value is left as it is and reported to the caller.
+    """
+    logged = get_run(run_id).data.params
+    fresh = {key: fit_param(str(value)) for key, value in params.items() if key not in logged}
+    differing = [key for key, value in params.items() if key in logged and logged[key] != fit_param(str(value))]
+    items = list(fresh.items())
+    for start in range(0, len(items), 100):
+        mlflow.log_params(dict(items[start : start + 100]))
+    return differing
