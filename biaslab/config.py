@@ -148,10 +148,19 @@ class RunConfig:
                     format_number(value) if isinstance(value, float) else str(value)
                 )
         for name, value in self.bias_options:
-            params[f"bias.{name}"] = "" if value is None else (
-                format_number(value) if isinstance(value, float) else str(value).lower() if isinstance(value, bool) else str(value)
-            )
+            params[f"bias.{name}"] = format_option(value)
         return params
+
+
+def format_option(value: Any) -> str:
+    """Format a bias option value for a param: empty when unset, numbers and booleans canonical."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return format_number(value)
+    return str(value)
 
 
 def format_number(value: float) -> str:

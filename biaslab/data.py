@@ -155,7 +155,7 @@ def load_cifar10(data_dir: str | Path | None = None) -> Dataset:
             return _read_folder(folder)
     if (path / CIFAR_ARCHIVE).is_file():
         return _read_archive(path / CIFAR_ARCHIVE)
-    raise DataError(f"data_dir {str(path)!r} holds no CIFAR-10 files; give {CIFAR_LAYOUTS}")
+    raise DataError(f"data_dir {str(path)!r} contains no CIFAR-10 files; give {CIFAR_LAYOUTS}")
 
 
 def _download_cifar10() -> Dataset:

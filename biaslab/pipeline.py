@@ -124,7 +124,7 @@ def run_job(
 
 def _run_steps(config: RunConfig, plugins: Plugins, data: PreparedData, params: dict[str, str], run_id: str,
                folder: Path, progress: bool) -> None:
-    # params, bias manifest and bias statistics; a resumed run holds them already
+    # params, bias manifest and bias statistics; a resumed run has them already
     state = tracking.training_state(run_id, folder / "state")
     if state is None:
         tracking.check_params(run_id, params)
@@ -202,7 +202,7 @@ def describe_bias(config: RunConfig) -> str:
 
 
 def landscape_split(config: RunConfig, data: PreparedData) -> tuple[np.ndarray, np.ndarray]:
-    """The evaluation samples of the landscape: the test split or the biased training split, optionally a seeded subset."""
+    """Select the landscape's evaluation samples: the test split or the biased training split, optionally a seeded subset."""
     if config.landscape_split == "train":
         x, y = data.bias.x, data.bias.y
     else:

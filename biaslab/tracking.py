@@ -92,7 +92,7 @@ def start_run(
 
 
 def _equivalent(key: str, logged: str, value: str) -> bool:
-    """Whether a raw value that ``mlflow run`` logged means the same as biaslab's canonical value.
+    """Tell whether a raw value that ``mlflow run`` logged means the same as biaslab's canonical value.
 
     ``mlflow run`` logs the -P values as typed (``pct=9e1``, ``cls=CAT``) before biaslab starts,
     and a param cannot change once logged, so equal numbers and case-insensitive names match.
@@ -106,7 +106,7 @@ def _equivalent(key: str, logged: str, value: str) -> bool:
 
 
 def check_params(run_id: str, params: Mapping[str, str]) -> None:
-    """Raise ConfigError when the run already holds a param with another value, naming the keys."""
+    """Raise ConfigError when the run already has a param with another value, naming the keys."""
     run = get_run(run_id)
     logged = run.data.params
     clashes = [key for key, value in params.items()
@@ -125,7 +125,7 @@ def check_params(run_id: str, params: Mapping[str, str]) -> None:
 def log_params(run_id: str, params: Mapping[str, str], folder: Path) -> None:
     """Log params flat (each cut to MLflow's limit) and the exact values as ``config.json``.
 
-    Keys the run holds already (``mlflow run`` logs its -P values first) are left as they are;
+    Keys the run has already (``mlflow run`` logs its -P values first) are left as they are;
     ``check_params`` has made sure they mean the same.
     """
     path = folder / "config.json"
@@ -197,7 +197,7 @@ def scratch_folder() -> tempfile.TemporaryDirectory:
 
 
 def log_new_params(run_id: str, params: Mapping[str, str]) -> list[str]:
-    """Log the params the run does not hold yet; return the keys it holds with another value.
+    """Log the params the run does not have yet; return the keys it has with another value.
 
     MLflow params cannot change once logged, and earlier values must not be lost, so a key with
     a different value is left as it is and reported to the caller.
