@@ -124,28 +124,28 @@ def check_direction(spec_name: str, weights: dict[str, np.ndarray], direction: o
     A direction that is zero for every variable raises as well.
     """
     if not isinstance(direction, dict):
-        raise PluginError(f"direction generator {spec_name!r} returned {type(direction).__name__}, expected a dict")
+        raise PluginError(f"direction generator {spec_name!r} returned {type(direction).__name__}, but a dict is expected")
     missing = sorted(set(weights) - set(direction))
     extra = sorted(set(direction) - set(weights))
     if missing or extra:
         raise PluginError(
             f"direction generator {spec_name!r} returned the wrong variable paths: "
-            f"missing {missing[:5]}, unexpected {extra[:5]}; return exactly one array per path it was given"
+            f"missing {missing[:5]}, unexpected {extra[:5]}. Return exactly one array per path it was given."
         )
     for path, weight in weights.items():
         array = direction[path]
         if not isinstance(array, np.ndarray) or array.shape != weight.shape or array.dtype != weight.dtype:
             described = f"{array.dtype} {array.shape}" if isinstance(array, np.ndarray) else type(array).__name__
             raise PluginError(
-                f"direction generator {spec_name!r} returned {described} for {path!r}; "
-                f"expected a numpy array of {weight.dtype} {weight.shape}"
+                f"direction generator {spec_name!r} returned {described} for {path!r}, "
+                f"but a numpy array of {weight.dtype} {weight.shape} is expected"
             )
         if not np.all(np.isfinite(array)):
             raise PluginError(f"direction generator {spec_name!r} returned NaN or inf values for {path!r}")
     if not any(np.any(direction[path]) for path in weights):
         raise PluginError(
             f"direction generator {spec_name!r} returned a direction that is zero for every variable, "
-            f"so the landscape along it would be flat; check which variable kinds it perturbs"
+            f"so the landscape along it would be flat. Check which variable kinds it perturbs."
         )
 
 

@@ -45,8 +45,8 @@ def collect_variables(model: keras.Model) -> dict[str, keras.Variable]:
             by_path[path] = variable
         elif known is not variable:
             raise ConfigError(
-                f"two different variables of model {model.name!r} share the path {path!r}; "
-                f"give the layers that own them distinct names so that directions can be matched by path"
+                f"two different variables of model {model.name!r} share the path {path!r}. Give the layers "
+                f"that own them distinct names, because directions are matched to variables by path."
             )
     return {path: by_path[path] for path in sorted(by_path)}
 
@@ -64,7 +64,7 @@ def weights_digest(variables: dict[str, keras.Variable]) -> str:
     """Return a SHA-256 hex digest of the variables' paths, shapes, dtypes and values."""
     digest = hashlib.sha256()
     for path, variable in variables.items():
-        value = np.ascontiguousarray(keras.ops.convert_to_numpy(variable))
+        value = np.ascontiguousarray(variable.numpy())
         digest.update(f"{path}|{value.shape}|{value.dtype}\n".encode())
         digest.update(value.tobytes())
     return digest.hexdigest()
