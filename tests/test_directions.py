@@ -212,3 +212,18 @@ def test_directions_file_round_trip(tmp_path):
     with np.load(path) as stored:
         assert stored["conv/kernel"].shape == (3, 3, 3, 1, 4)
         assert json.loads(str(stored["__metadata__"]))["seed"] == 4
+
+
+def test_sharesnet_kernels_counted_once():
+    from biaslab.models import build_model as build_biaslab_model
+    from biaslab.models import parameter_counts
+
+    model = build_biaslab_model("sharesnet20", (8, 8, 1), 10, seed=0)
+    weights, kinds = weights_and_kinds(model)
+
+    assert sum(array.size for array in weights.values()) == parameter_counts(model)["total"]
+    assert "stage1_block2_conv1/kernel" in weights
+    assert "stage1_block2_conv2/kernel" not in weights
+    assert "stage2_block1_conv2/kernel" in weights
+    assert kinds["stage1_block2_conv1/kernel"] == "conv_kernel"
+    assert kinds["stage1_block2_bn2/moving_variance"] == "batchnorm"
