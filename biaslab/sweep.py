@@ -115,7 +115,7 @@ def run_sweep(
         sweep_runs.end_parent(parent, "KILLED")
         raise
     sweep_runs.end_parent(parent, "FAILED" if failed else "FINISHED")
-    status.close(failed)
+    status.close()
     return SweepResult(parent.run_id, parent.experiment_id, child_ids, skipped, failed)
 
 
@@ -123,8 +123,9 @@ def run_child(config: RunConfig, run_id: str, tracking_uri: str | None, progress
               plugins: Plugins | None = None) -> str | None:
     """Run one child run to the end; return None on success or the error with its traceback.
 
-    The child is marked FAILED on any exception. This is the function Dask workers call, so it
-    takes the tracking URI explicitly; None keeps the URI of this process.
+    The child is marked FAILED on any exception. A Dask worker calls it in a fresh process (see
+    ``biaslab.sweep_worker``), so it takes the tracking URI explicitly; None keeps the URI of this
+    process.
     """
     import keras
 
@@ -149,8 +150,10 @@ def run_child(config: RunConfig, run_id: str, tracking_uri: str | None, progress
 def run_on_dask(pending: Sequence[PendingChild], tracking_uri: str,
                 on_done: Callable[[PendingChild, str | None], None],
                 address: str | None, n_workers: int) -> None:
-    """Run the pending children on Dask workers and call ``on_done`` as each one ends."""
+    """Run the pending children on Dask workers, each in a fresh process, and call ``on_done`` as each one ends."""
     from dask.distributed import Client, LocalCluster, as_completed
+
+    from biaslab.sweep_worker import run_child_in_process
 
     if not pending:
         return
@@ -164,7 +167,7 @@ def run_on_dask(pending: Sequence[PendingChild], tracking_uri: str,
     try:
         futures = {}
         for child in pending:
-            future = client.submit(run_child, child.config, child.run_id, tracking_uri, False, None,
+            future = client.submit(run_child_in_process, child.config, child.run_id, tracking_uri,
                                    pure=False, key=f"biaslab-child-{child.run_id}")
             futures[future] = child
         for future in as_completed(futures):
@@ -224,6 +227,6 @@ class SweepStatus:
         return (f"{done}/{self.total} children done ({self.failed} failed, {self.skipped} skipped), "
                 f"elapsed {format_duration(elapsed)}, about {left} left")
 
-    def close(self, failed: dict[str, str]) -> None:
+    def close(self) -> None:
         if self.enabled:
             print(f"sweep: ended; {self.line()}", file=sys.stderr, flush=True)

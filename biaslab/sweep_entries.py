@@ -1,7 +1,7 @@
 """Sweep entries: the built-in grids, sweep files in YAML or TOML, and their validation.
 
 A sweep is a list of entries. Each entry is a mapping of RunConfig fields (``bias``, ``cls``,
-``pct``, ``epochs``, ...) plus the options of its bias (``var`` for gaussian). A sweep file holds
+``pct``, ``epochs``, ...) plus the options of its bias (``var`` for gaussian). A sweep file contains
 shared settings at the top level and the entries under ``runs``::
 
     preset: quick

@@ -83,11 +83,12 @@ def absolute_tracking_uri() -> str:
 
 
 def resolve_parent(experiment: str | None, parent_run_id: str | None, run_name: str, key: str) -> Parent:
-    """Find or create the parent run.
+    """Find or create the parent run and mark it RUNNING.
 
-    In this order: an explicit ``parent_run_id``; MLFLOW_RUN_ID, which ``mlflow run`` sets to the
-    run of the entry point; the latest parent of the experiment with the same sweep key; a new run.
-    MLFLOW_RUN_ID is removed from the environment, so that no child run takes it for its own run id.
+    The parent is the first that exists of: an explicit ``parent_run_id``, MLFLOW_RUN_ID (which
+    ``mlflow run`` sets to the run of the entry point), the latest parent in the experiment with
+    the same sweep key, and a new run. MLFLOW_RUN_ID is removed from the environment, so that no
+    child run takes it for its own run id.
     """
     environment_run_id = os.environ.pop("MLFLOW_RUN_ID", None) or None
     client = MlflowClient()
@@ -115,6 +116,8 @@ def resolve_parent(experiment: str | None, parent_run_id: str | None, run_name: 
             max_results=1,
         )
         if previous:
+            # NOTE: a parent that another process is still running is taken over as well, and
+            # children it is running count as unfinished, so two processes would train them twice.
             parent = Parent(previous[0].info.run_id, experiment_id, True)
         else:
             run = client.create_run(experiment_id, run_name=run_name or "sweep")
@@ -175,7 +178,12 @@ def match_children(configs: Sequence[RunConfig], children: Iterable[Run]) -> lis
     for config in configs:
         candidates = by_key.get(config_key(config), [])
         finished = [run for run in candidates if is_finished(run, config)]
-        matches.append(finished[0] if finished else (candidates[0] if candidates else None))
+        if finished:
+            matches.append(finished[0])
+        elif candidates:
+            matches.append(candidates[0])
+        else:
+            matches.append(None)
     return matches
 
 
