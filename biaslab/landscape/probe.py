@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -11,16 +12,34 @@ import numpy as np
 from biaslab.errors import ConfigError
 from biaslab.landscape import directions as directions_module
 from biaslab.landscape import plots
+from biaslab.landscape.directions import Direction, DirectionSpec
 from biaslab.landscape.engine import LandscapeEvaluator
 from biaslab.landscape.grid import METRICS, PointMetrics, make_axis
 from biaslab.landscape.result import LandscapeResult
 from biaslab.landscape.settings import LandscapeSettings
+from biaslab.landscape.store import SurfaceStore
 from biaslab.landscape.summary import summarize_curves, summarize_surface
 from biaslab.landscape.surface import compute_curves_1d, compute_surface_2d
 from biaslab.landscape.variables import classify_variables, collect_variables, weights_digest
 
 # probability rows of a softmax output sum to 1 up to float32 rounding
 _SOFTMAX_TOLERANCE = 1e-3
+
+
+@dataclasses.dataclass
+class PreparedProbe:
+    """Checked data, the model's variables and the metadata shared by every file of one probe."""
+
+    spec: DirectionSpec
+    x: np.ndarray
+    y: np.ndarray
+    variables: dict[str, keras.Variable]
+    kinds: dict[str, str]
+    weights: dict[str, np.ndarray]
+    metadata: dict
+    title_context: str
+    landscape_dir: Path
+    plots_dir: Path
 
 
 def run_probe(
@@ -38,25 +57,67 @@ def run_probe(
     do_2d: bool = True,
 ) -> LandscapeResult:
     """Probe the landscape of ``model`` around its current weights; see ``biaslab.landscape.probe_landscape``."""
-    settings.validate(plugins)
-    spec = plugins.get("direction", settings.direction)
-    meta = dict(meta or {})
-    x, y = check_evaluation_data(model, x, y)
+    prepared = prepare_probe(model, x, y, settings, out_dir, plugins, checkpoint_hash, meta)
     result = LandscapeResult()
     if not (do_1d or do_2d):
         return result
 
-    out_dir = Path(out_dir)
-    landscape_dir = out_dir / "landscape"
-    plots_dir = out_dir / "plots"
-    landscape_dir.mkdir(parents=True, exist_ok=True)
-    plots_dir.mkdir(parents=True, exist_ok=True)
+    # draw every direction before the first point, because the evaluator is built with every variable
+    # that some direction perturbs
+    curve_directions = []
+    if do_1d:
+        rng = directions_module.direction_rng(settings.seed, directions_module.STREAM_1D)
+        curve_directions = directions_module.draw_directions(
+            prepared.spec, prepared.weights, prepared.kinds, rng, settings.n_directions
+        )
+    surface_pair: list[Direction] = []
+    if do_2d:
+        surface_pair, pair_metadata = draw_surface_pair(prepared, settings)
+
+    perturbed = _perturbed_paths(curve_directions + surface_pair)
+    session = _EvaluationSession(
+        model, {path: prepared.variables[path] for path in perturbed}, prepared.x, prepared.y, settings.batch_size
+    )
+    try:
+        if do_1d:
+            _probe_curves(session, curve_directions, settings, prepared, progress, result)
+        if do_2d:
+            d1, d2 = surface_pair
+            axis = make_axis(settings.lo, settings.hi, settings.resolution)
+            save_surface_directions(prepared, settings, surface_pair, pair_metadata, result)
+            store = compute_surface_2d(
+                lambda a, b: session.evaluate("2d", d1, d2, a, b),
+                axis,
+                axis,
+                prepared.landscape_dir / "surface_2d.npz",
+                surface_metadata(prepared, settings, surface_pair, pair_metadata),
+                progress=progress,
+            )
+            finish_surface(prepared, axis, store, pair_metadata, result)
+    finally:
+        session.restore()
+    return result
+
+
+def prepare_probe(
+    model: keras.Model,
+    x: np.ndarray,
+    y: np.ndarray,
+    settings: LandscapeSettings,
+    out_dir: Path,
+    plugins,
+    checkpoint_hash: str,
+    meta: dict | None,
+) -> PreparedProbe:
+    """Validate settings and data, collect the model's variables and create the output folders."""
+    settings.validate(plugins)
+    spec = plugins.get("direction", settings.direction)
+    meta = dict(meta or {})
+    x, y = check_evaluation_data(model, x, y)
 
     variables = collect_variables(model)
     if not variables:
         raise ConfigError(f"model {model.name!r} has no floating-point variables, so there is nothing to perturb")
-    kinds = classify_variables(model, variables)
-    weights = {path: variable.numpy() for path, variable in variables.items()}
     metadata = {
         "run_id": str(meta.pop("run_id", "")),
         "model": str(meta.pop("model", "")),
@@ -70,35 +131,24 @@ def run_probe(
         "batch_size": settings.batch_size,
         "meta": meta,
     }
-    context = plots.describe(metadata["split"], metadata["model"])
 
-    # draw every direction before the first point, because the evaluator is built with every variable
-    # that some direction perturbs
-    curve_directions = []
-    if do_1d:
-        rng = directions_module.direction_rng(settings.seed, directions_module.STREAM_1D)
-        curve_directions = directions_module.draw_directions(spec, weights, kinds, rng, settings.n_directions)
-    surface_pair = []
-    if do_2d:
-        rng = directions_module.direction_rng(settings.seed, directions_module.STREAM_2D)
-        candidates = directions_module.draw_directions(spec, weights, kinds, rng, settings.n_candidates)
-        first, second, cosine = directions_module.least_aligned_pair(candidates)
-        surface_pair = [candidates[first], candidates[second]]
-        del candidates
-
-    perturbed = _perturbed_paths(curve_directions + surface_pair)
-    session = _EvaluationSession(model, {path: variables[path] for path in perturbed}, x, y, settings.batch_size)
-    try:
-        if do_1d:
-            _probe_curves(session, curve_directions, settings, metadata, landscape_dir, plots_dir, context, progress, result)
-        if do_2d:
-            pair_metadata = {"cosine": cosine, "candidate_indices": [first, second]}
-            _probe_surface(
-                session, surface_pair, pair_metadata, settings, metadata, landscape_dir, plots_dir, context, progress, result
-            )
-    finally:
-        session.restore()
-    return result
+    out_dir = Path(out_dir)
+    landscape_dir = out_dir / "landscape"
+    plots_dir = out_dir / "plots"
+    landscape_dir.mkdir(parents=True, exist_ok=True)
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    return PreparedProbe(
+        spec=spec,
+        x=x,
+        y=y,
+        variables=variables,
+        kinds=classify_variables(model, variables),
+        weights={path: variable.numpy() for path, variable in variables.items()},
+        metadata=metadata,
+        title_context=plots.describe(metadata["split"], metadata["model"]),
+        landscape_dir=landscape_dir,
+        plots_dir=plots_dir,
+    )
 
 
 def check_evaluation_data(model: keras.Model, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -142,6 +192,53 @@ def data_digest(x: np.ndarray, y: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+def draw_surface_pair(prepared: PreparedProbe, settings: LandscapeSettings) -> tuple[list[Direction], dict]:
+    """Draw the 2D candidates and return the least-aligned pair with its cosine and candidate indices."""
+    rng = directions_module.direction_rng(settings.seed, directions_module.STREAM_2D)
+    candidates = directions_module.draw_directions(
+        prepared.spec, prepared.weights, prepared.kinds, rng, settings.n_candidates
+    )
+    first, second, cosine = directions_module.least_aligned_pair(candidates)
+    return [candidates[first], candidates[second]], {"cosine": cosine, "candidate_indices": [first, second]}
+
+
+def save_surface_directions(
+    prepared: PreparedProbe, settings: LandscapeSettings, pair: list[Direction], pair_metadata: dict, result: LandscapeResult
+) -> Path:
+    """Write ``landscape/directions_2d.npz`` and list it in ``result``."""
+    path = prepared.landscape_dir / "directions_2d.npz"
+    directions_module.save_directions(
+        path,
+        pair,
+        {"kind": "directions_2d", "direction": prepared.spec.name, "seed": settings.seed,
+         "stream": directions_module.STREAM_2D, "n_candidates": settings.n_candidates, **pair_metadata},
+    )
+    result.files["landscape"].append(path)
+    return path
+
+
+def surface_metadata(prepared: PreparedProbe, settings: LandscapeSettings, pair: list[Direction], pair_metadata: dict) -> dict:
+    """Return the metadata of ``landscape/surface_2d.npz``, whose identity keys decide reuse."""
+    return dict(
+        prepared.metadata,
+        kind="surface_2d",
+        n_candidates=settings.n_candidates,
+        directions_digest=directions_module.directions_digest(pair),
+        grid={"lo": settings.lo, "hi": settings.hi, "resolution": settings.resolution},
+        **pair_metadata,
+    )
+
+
+def finish_surface(
+    prepared: PreparedProbe, axis: np.ndarray, store: SurfaceStore, pair_metadata: dict, result: LandscapeResult
+) -> None:
+    """Add the 2D summaries, the cosine, the surface file and its plots to ``result``."""
+    result.metrics.update(summarize_surface(axis, axis, store.values))
+    result.metrics["landscape_2d_cosine"] = pair_metadata["cosine"]
+    result.files["landscape"].append(store.path)
+    result.files["plots"] += _plot_surface(prepared.plots_dir, axis, store.values, prepared.title_context)
+
+
 class _EvaluationSession:
     """Builds the evaluator at the first point and loads directions only when they change."""
 
@@ -164,7 +261,7 @@ class _EvaluationSession:
             self.evaluator.restore()
 
 
-def _perturbed_paths(directions: list[dict[str, np.ndarray]]) -> list[str]:
+def _perturbed_paths(directions: list[Direction]) -> list[str]:
     """Return the sorted paths that are non-zero in at least one direction."""
     paths = set()
     for direction in directions:
@@ -172,18 +269,18 @@ def _perturbed_paths(directions: list[dict[str, np.ndarray]]) -> list[str]:
     return sorted(paths)
 
 
-def _probe_curves(session, curve_directions, settings, metadata, landscape_dir, plots_dir, context, progress, result):
-    directions_path = landscape_dir / "directions_1d.npz"
+def _probe_curves(session, curve_directions, settings, prepared, progress, result):
+    directions_path = prepared.landscape_dir / "directions_1d.npz"
     directions_module.save_directions(
         directions_path,
         curve_directions,
-        {"kind": "directions_1d", "direction": metadata["direction"], "seed": settings.seed,
+        {"kind": "directions_1d", "direction": prepared.spec.name, "seed": settings.seed,
          "stream": directions_module.STREAM_1D, "n_directions": settings.n_directions},
     )
 
     a = make_axis(settings.lo, settings.hi, settings.points_1d)
     curve_metadata = dict(
-        metadata,
+        prepared.metadata,
         kind="curves_1d",
         n_directions=settings.n_directions,
         directions_digest=directions_module.directions_digest(curve_directions),
@@ -194,55 +291,24 @@ def _probe_curves(session, curve_directions, settings, metadata, landscape_dir, 
         return session.evaluate(("1d", direction_index), curve_directions[direction_index], None, coefficient, 0.0)
 
     store = compute_curves_1d(
-        evaluate, settings.n_directions, a, landscape_dir / "curves_1d.npz", curve_metadata, progress=progress
+        evaluate, settings.n_directions, a, prepared.landscape_dir / "curves_1d.npz", curve_metadata, progress=progress
     )
     result.metrics.update(summarize_curves(a, store.values))
     result.files["landscape"] += [directions_path, store.path]
-    result.files["plots"].append(plots.plot_curves_1d(plots_dir / "curves_1d.png", a, store.values, context))
-
-
-def _probe_surface(
-    session, surface_pair, pair_metadata, settings, metadata, landscape_dir, plots_dir, context, progress, result
-):
-    directions_path = landscape_dir / "directions_2d.npz"
-    directions_module.save_directions(
-        directions_path,
-        surface_pair,
-        {"kind": "directions_2d", "direction": metadata["direction"], "seed": settings.seed,
-         "stream": directions_module.STREAM_2D, "n_candidates": settings.n_candidates, **pair_metadata},
+    result.files["plots"].append(
+        plots.plot_curves_1d(prepared.plots_dir / "curves_1d.png", a, store.values, prepared.title_context)
     )
-
-    axis = make_axis(settings.lo, settings.hi, settings.resolution)
-    surface_metadata = dict(
-        metadata,
-        kind="surface_2d",
-        n_candidates=settings.n_candidates,
-        directions_digest=directions_module.directions_digest(surface_pair),
-        grid={"lo": settings.lo, "hi": settings.hi, "resolution": settings.resolution},
-        **pair_metadata,
-    )
-    d1, d2 = surface_pair
-
-    def evaluate(a: float, b: float) -> PointMetrics:
-        return session.evaluate("2d", d1, d2, a, b)
-
-    store = compute_surface_2d(evaluate, axis, axis, landscape_dir / "surface_2d.npz", surface_metadata, progress=progress)
-    result.metrics.update(summarize_surface(axis, axis, store.values))
-    result.metrics["landscape_2d_cosine"] = pair_metadata["cosine"]
-    result.files["landscape"] += [directions_path, store.path]
-    result.files["plots"] += _plot_surface(plots_dir, axis, store.values, context)
 
 
 def _plot_surface(plots_dir: Path, axis: np.ndarray, values: dict[str, np.ndarray], context: str) -> list[Path]:
     written = []
     for metric in METRICS:
-        written.append(plots.plot_contour_2d(plots_dir / f"surface_2d_{metric}_contour.png", axis, axis, values[metric], metric, context))
+        path = plots_dir / f"surface_2d_{metric}_contour.png"
+        written.append(plots.plot_contour_2d(path, axis, axis, values[metric], metric, context))
     for metric in ("ce", "mse"):
-        written.append(
-            plots.plot_contour_2d(
-                plots_dir / f"surface_2d_{metric}_contour_log.png", axis, axis, values[metric], metric, context, log=True
-            )
-        )
+        path = plots_dir / f"surface_2d_{metric}_contour_log.png"
+        written.append(plots.plot_contour_2d(path, axis, axis, values[metric], metric, context, log=True))
     for metric in METRICS:
-        written.append(plots.plot_surface_3d(plots_dir / f"surface_2d_{metric}_3d.png", axis, axis, values[metric], metric, context))
+        path = plots_dir / f"surface_2d_{metric}_3d.png"
+        written.append(plots.plot_surface_3d(path, axis, axis, values[metric], metric, context))
     return written
