@@ -41,21 +41,13 @@ def exact_hessian(model, x, y, variables):
     return np.concatenate([np.reshape(block, (size, -1)) for block in blocks], axis=1).astype(np.float64)
 
 
-def test_hvp_matches_exact_hessian():
+@pytest.mark.parametrize("method", HessianOperator.METHODS)
+def test_hvp_matches_exact_hessian(method):
     model = two_layer_net()
     x, y = sample_data()
-    operator = HessianOperator(model, x, y, batch_size=32)
+    operator = HessianOperator(model, x, y, batch_size=4, method=method)
     hessian = exact_hessian(model, x, y, model.trainable_variables)
     assert operator.dimension == 4 * 5 + 5 + 5 * 3 + 3
-    vector = np.random.default_rng(1).standard_normal(operator.dimension)
-    np.testing.assert_allclose(operator.hvp(vector), hessian @ vector, rtol=1e-4, atol=1e-6)
-
-
-def test_forward_over_reverse_matches_exact_hessian():
-    model = two_layer_net()
-    x, y = sample_data()
-    operator = HessianOperator(model, x, y, batch_size=4, method="forward_over_reverse")
-    hessian = exact_hessian(model, x, y, model.trainable_variables)
     vector = np.random.default_rng(1).standard_normal(operator.dimension)
     np.testing.assert_allclose(operator.hvp(vector), hessian @ vector, rtol=1e-4, atol=1e-6)
     assert operator.trace_counts["hvp"] == 1
@@ -94,10 +86,11 @@ def test_loss_matches_keras_evaluate():
     assert HessianOperator(model, x, y, batch_size=7).loss() == pytest.approx(expected, rel=1e-5)
 
 
-def test_hvp_step_traces_once():
+@pytest.mark.parametrize("method", HessianOperator.METHODS)
+def test_hvp_step_traces_once(method):
     model = two_layer_net()
     x, y = sample_data(n=11)
-    operator = HessianOperator(model, x, y, batch_size=4)  # batches of 4, 4 and 3
+    operator = HessianOperator(model, x, y, batch_size=4, method=method)  # batches of 4, 4 and 3
     rng = np.random.default_rng(3)
     for _ in range(3):
         operator.hvp(rng.standard_normal(operator.dimension))

@@ -2,19 +2,21 @@
 
 The data loss is the mean sparse categorical cross-entropy of the model's softmax output against
 integer labels, evaluated in inference mode (``training=False``, so BatchNormalization uses its
-moving statistics). Regularization terms in ``model.losses`` are left out; see
-``biaslab.flatness.regularization`` for those.
+moving statistics). Regularization terms in ``model.losses`` are left out, and
+``biaslab.flatness.regularization`` reports them separately.
 
 Every product is with respect to the measured parameters: the model's trainable variables,
 de-duplicated by ``variable.path`` so that a kernel shared by two layers counts once, minus the
 variables the loss does not depend on (their gradient is None). Vectors are flat float64 NumPy
 arrays that concatenate the measured variables in order.
 
-HVPs use double backpropagation by default: the gradient of <grad L, v> with nested
-``tf.GradientTape``. Forward-over-reverse (``tf.autodiff.ForwardAccumulator`` around a tape,
-``method="forward_over_reverse"``) gives the same product. Double backpropagation was the faster
-of the two for ResNet-20 on 256 CIFAR-10 images on a 2-core CPU with TensorFlow 2.21, as
-measured by ``benchmarks/flatness_cost.py --compare-hvp`` (figures in BENCHMARKS.md).
+HVPs use forward-over-reverse by default: the directional derivative along v of the gradient,
+with ``tf.autodiff.ForwardAccumulator`` around a ``tf.GradientTape``. Double backpropagation (the
+gradient of <grad L, v> with nested tapes, ``method="double_backprop"``) gives the same product.
+For ResNet-20 on 256 CIFAR-10 images on a 2-core CPU with TensorFlow 2.21, forward-over-reverse
+was 3-8% faster per product in three runs of ``benchmarks/flatness_cost.py --compare-hvp``
+(figures in BENCHMARKS.md). Its first call, which traces, took 6-8 s longer, which a measure
+recovers after a few dozen products.
 """
 
 from __future__ import annotations
@@ -83,12 +85,13 @@ class HessianOperator:
 
     Each step is one ``tf.function`` with a fixed input signature, so it is traced once.
     ``hvp_count`` and ``gradient_count`` count whole-set evaluations, and ``trace_counts`` counts
-    the traces of each step. ``method`` is ``double_backprop`` or ``forward_over_reverse``.
+    the traces of each step. ``method`` is ``forward_over_reverse`` or ``double_backprop``.
     """
 
-    METHODS = ("double_backprop", "forward_over_reverse")
+    METHODS = ("forward_over_reverse", "double_backprop")
 
-    def __init__(self, model: keras.Model, x: Any, y: Any, batch_size: int, method: str = "double_backprop"):
+    def __init__(self, model: keras.Model, x: Any, y: Any, batch_size: int,
+                 method: str = "forward_over_reverse"):
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
         if method not in self.METHODS:
