@@ -108,9 +108,10 @@ def plot_contours_2d(runs: Sequence[RunData], metric: str, path: Path, log: bool
         axes = figure.add_subplot(rows, columns, index + 1)
         all_axes.append(axes)
         a, b = run.surface.coordinates["a"], run.surface.coordinates["b"]
-        values = run.surface.values[metric].T
+        # points not computed (NaN) or, on the log scale, not positive are left blank
+        values = np.ma.masked_invalid(run.surface.values[metric].T)
         if log:
-            values = np.ma.masked_where(~np.isfinite(values) | (values <= 0), values)
+            values = np.ma.masked_less_equal(values, 0)
         mappable = axes.contourf(a, b, values, levels=levels, norm=norm, cmap="viridis", extend="neither")
         axes.contour(a, b, values, levels=levels[::3], colors="white", linewidths=0.4, alpha=0.6)
         axes.plot(0.0, 0.0, marker="+", color="red", markersize=9)
