@@ -159,7 +159,13 @@ def run_on_dask(pending: Sequence[PendingChild], tracking_uri: str,
         return
     cluster = None
     if address:
-        client = Client(address)
+        # NOTE: workers on other machines reach the store only through the same tracking URI, so a
+        # sqlite or file URI works there only on a shared file system; an MLflow server works anywhere.
+        try:
+            client = Client(address, timeout=60)
+        except (OSError, TimeoutError) as error:
+            raise ConfigError(f"could not connect to the Dask scheduler at {address!r}: {error}. "
+                              f"Check the address, or drop --dask-address to use a local cluster") from None
     else:
         cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                                dashboard_address=None)
