@@ -271,6 +271,13 @@ def test_bad_data_raises_config_error(tmp_path, digits, plugins):
         probe_landscape(model, x, y[:-1], SMALL, tmp_path, plugins, progress=False)
 
 
+def test_meta_must_be_json(tmp_path, digits, plugins):
+    x, y = digits
+
+    with pytest.raises(ConfigError, match="JSON"):
+        probe_landscape(build_model(), x, y, SMALL, tmp_path, plugins, meta={"when": object()}, progress=False)
+
+
 def test_logits_model_is_rejected(tmp_path, digits, plugins):
     x, y = digits
     inputs = keras.Input((8, 8, 1))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from pathlib import Path
 
 import keras
@@ -113,6 +114,10 @@ def prepare_probe(
     settings.validate(plugins)
     spec = plugins.get("direction", settings.direction)
     meta = dict(meta or {})
+    try:
+        json.dumps(meta)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"meta {meta!r} cannot be stored as JSON ({error}). Pass strings, numbers and lists.") from error
     x, y = check_evaluation_data(model, x, y)
 
     variables = collect_variables(model)
