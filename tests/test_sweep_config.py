@@ -323,3 +323,29 @@ def test_cli_grid_and_config_rejected(tracking, tmp_path):
 
     assert result.exit_code == 2
     assert "give either --grid or --config, not both" in result.output
+
+
+def test_cli_failed_children_exit_1(tracking, tmp_path):
+    missing = tmp_path / "no-such-cifar"
+    path = write(tmp_path, "sweep.yaml", f"""
+        preset: quick
+        dataset: cifar10
+        data_dir: {missing}
+        landscape: false
+        runs:
+          - bias: none
+          - {{bias: mislabel, pct: 30}}
+    """)
+
+    result = CliRunner().invoke(app, ["sweep", "--config", str(path), "--experiment", "broken", "--quiet"])
+
+    assert result.exit_code == 1
+    experiment = MlflowClient().get_experiment_by_name("broken")
+    runs = MlflowClient().search_runs([experiment.experiment_id])
+    children = [run for run in runs if "mlflow.parentRunId" in run.data.tags]
+    assert len(children) == 2
+    assert {child.info.status for child in children} == {"FAILED"}
+    assert "2 of 2 child runs failed" in result.output
+    for child in children:
+        assert child.info.run_id in result.output
+        assert str(missing) in child.data.tags["biaslab.error"]
