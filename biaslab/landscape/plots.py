@@ -73,9 +73,9 @@ def plot_contour_2d(
         grid = np.ma.masked_invalid(grid)
 
     if grid.count() == 0:
-        axes.text(0.5, 0.5, "no values to show on this scale", ha="center", va="center", transform=axes.transAxes)
+        axes.text(0.5, 0.1, "no values to show on this scale", ha="center", va="center", transform=axes.transAxes)
     elif np.ma.min(grid) == np.ma.max(grid):
-        axes.text(0.5, 0.5, f"constant value {np.ma.min(grid):.6g}", ha="center", va="center", transform=axes.transAxes)
+        axes.text(0.5, 0.1, f"constant value {np.ma.min(grid):.6g}", ha="center", va="center", transform=axes.transAxes)
     elif log:
         lowest, highest = float(np.ma.min(grid)), float(np.ma.max(grid))
         levels = np.geomspace(lowest, highest, CONTOUR_LEVELS)
