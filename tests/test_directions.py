@@ -1,6 +1,10 @@
 """Tests of variable collection, kinds and the built-in direction generators."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -227,3 +231,19 @@ def test_sharesnet_kernels_counted_once():
     assert "stage2_block1_conv2/kernel" in weights
     assert kinds["stage1_block2_conv1/kernel"] == "conv_kernel"
     assert kinds["stage1_block2_bn2/moving_variance"] == "batchnorm"
+
+
+def test_loading_directions_skips_tensorflow():
+    code = (
+        "import sys\n"
+        "from biaslab.plugins import load_plugins\n"
+        "load_plugins(entry_points=False).get('direction', 'filter')\n"
+        "print('tensorflow' in sys.modules, 'matplotlib' in sys.modules)\n"
+    )
+    repository = Path(__file__).resolve().parent.parent
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repository), os.environ.get("PYTHONPATH", "")])}
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=environment
+    )
+
+    assert completed.stdout.split() == ["False", "False"]
