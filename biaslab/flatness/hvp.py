@@ -14,9 +14,8 @@ HVPs use forward-over-reverse by default: the directional derivative along v of 
 with ``tf.autodiff.ForwardAccumulator`` around a ``tf.GradientTape``. Double backpropagation (the
 gradient of <grad L, v> with nested tapes, ``method="double_backprop"``) gives the same product.
 For ResNet-20 on 256 CIFAR-10 images on a 2-core CPU with TensorFlow 2.21, forward-over-reverse
-was 3-8% faster per product in three runs of ``benchmarks/flatness_cost.py --compare-hvp``
-(figures in BENCHMARKS.md). Its first call, which traces, took 6-8 s longer, which a measure
-recovers after a few dozen products.
+was 2-8% faster per product in four runs of ``benchmarks/flatness_cost.py --compare-hvp``
+(figures in BENCHMARKS.md). The first call, which traces, took 17-32 s for either method.
 """
 
 from __future__ import annotations
