@@ -170,7 +170,10 @@ def _validate_curvature(options: dict) -> None:
 
 
 def compute_landscape_curvature(context: MeasureContext) -> dict[str, float]:
-    """Copy the filter-normalized curvature from the landscape summaries, without recomputing it.
+    """Copy the 1D landscape curvature from the landscape summaries, without recomputing it.
+
+    The curvature is along the landscape's directions, which are filter-normalized unless the
+    landscape used another direction plugin.
 
     Returns no metric, with a note, when no landscape was computed. When summaries are given but
     lack the key, it also warns, because the key option probably names the wrong summary.
@@ -230,7 +233,7 @@ BUILTIN_MEASURES = (
     ),
     MeasureSpec(
         name="landscape_curvature",
-        description="Filter-normalized curvature of the 1D landscape, read from the landscape summaries",
+        description="Curvature f''(0) of the mean 1D landscape curve, read from the landscape summaries",
         compute=compute_landscape_curvature,
         cheap=True,
         defaults={"key": "landscape_1d_ce_curvature"},
