@@ -14,7 +14,8 @@ from typing import Sequence, Union
 STYLE = """
 body { font-family: sans-serif; margin: 2em; max-width: 1400px; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 0.85em; }
-th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: right; }
+.table { overflow-x: auto; }
+th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: right; white-space: nowrap; }
 th { background: #eee; }
 td:first-child, th:first-child { text-align: left; }
 img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
@@ -115,7 +116,8 @@ def render_html(blocks: Sequence[Block], title: str) -> str:
                     for cell in row
                 )
                 rows.append(f"<tr>{cells}</tr>")
-            parts.append(f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+            parts.append(f"<div class=\"table\"><table><thead><tr>{header}</tr></thead>"
+                         f"<tbody>{''.join(rows)}</tbody></table></div>")
         elif isinstance(block, Image):
             encoded = base64.b64encode(block.path.read_bytes()).decode("ascii")
             parts.append(f"<figure><img alt=\"{html.escape(block.caption)}\" src=\"data:image/png;base64,{encoded}\">"
