@@ -13,7 +13,9 @@ import typer
 
 from biaslab.errors import ConfigError
 
-GRID_HELP = "Built-in grid of configurations: study (the nine configurations of the original study). Default: study, unless --config is given."
+GRID_HELP = ("Built-in grid of configurations: study (unbiased; mislabel 30, 60, 80; size cat 30, 60, 90; size ship 60; "
+             "gaussian cat 60). On digits, cat and ship become the digits of the same class index, 3 and 8. "
+             "Default: study, unless --config is given.")
 CONFIG_HELP = ("YAML or TOML sweep file: shared settings at the top level and one mapping of settings per child "
                "run under 'runs'. Precedence: preset < shared settings < entry < command-line options.")
 MODELS_HELP = "Comma-separated models; every configuration runs once per model (resnet20,sharesnet20 doubles the sweep). Default: each entry's model, else resnet20."
