@@ -7,15 +7,16 @@ import math
 
 from biaslab.errors import ConfigError
 
-# Chosen by measurement with "python benchmarks/landscape_speed.py --models --sweep --rounds 5":
-# ResNet-20, 2,000 CIFAR-10 images per point, AMD EPYC with 2 cores shared with other jobs (load
-# average 6 to 8), TensorFlow 2.21. Median (fastest) seconds per point without XLA for batch 100,
-# 250, 500, 1000, 2000: 4.31 (3.00), 6.74 (5.03), 7.53 (3.95), 9.41 (4.84), 10.68 (7.43). With XLA:
-# 6.50 (6.44), 7.89 (6.68), 8.01 (5.72), 7.72 (4.74), 8.29 (6.71). Batch 100 without XLA was the
-# fastest, and XLA gave no gain on this CPU.
+# Chosen by measurement of ResNet-20 on 2,000 CIFAR-10 images per point, TensorFlow 2.21, on an AMD
+# EPYC with 2 cores that other jobs shared (load average about 2.5):
+# "python benchmarks/landscape_speed.py --models --sweep --sweep-batch-sizes 100 250 500 --rounds 10".
+# Engine seconds per point, median (fastest) of 10 interleaved points:
+#   without XLA: batch 100 1.71 (1.64), batch 250 1.82 (1.74), batch 500 2.07 (1.78)
+#   with XLA:    batch 100 1.64 (1.45), batch 250 1.66 (1.55), batch 500 1.76 (1.56)
+# XLA at batch 100 was the fastest. Batches of 1000 and 2000 were slower in every earlier sweep.
 # NOTE: measured on a CPU only. A GPU likely prefers larger batches, so set batch_size there.
 DEFAULT_BATCH_SIZE = 100
-DEFAULT_JIT_COMPILE = False
+DEFAULT_JIT_COMPILE = True
 
 
 @dataclasses.dataclass(frozen=True)
