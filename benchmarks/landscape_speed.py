@@ -206,11 +206,15 @@ def time_interleaved(methods: dict, rounds: int) -> tuple[dict[str, list[float]]
     cpu = {name: [] for name in methods}
     for method in methods.values():
         method(0.0, 0.0)
+    names = list(methods)
     for round_index in range(rounds):
         a, b = 0.1 + 0.05 * round_index, -0.2 + 0.03 * round_index
-        for name, method in methods.items():
+
+        # rotate the order, so that no method always runs right after the same other one
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
             wall_start, cpu_start = time.perf_counter(), time.process_time()
-            method(a, b)
+            methods[name](a, b)
             wall[name].append(time.perf_counter() - wall_start)
             cpu[name].append(time.process_time() - cpu_start)
     return wall, cpu
