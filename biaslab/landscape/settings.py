@@ -7,16 +7,17 @@ import math
 
 from biaslab.errors import ConfigError
 
-# Chosen by measurement of ResNet-20 on 2,000 CIFAR-10 images per point, TensorFlow 2.21, on an AMD
-# EPYC with 2 cores that other jobs shared (load average about 2.5):
+# Chosen by measurement on an AMD EPYC with 2 cores that other jobs shared, TensorFlow 2.21:
 # "python benchmarks/landscape_speed.py --models --sweep --sweep-batch-sizes 100 250 500 --rounds 10".
-# Engine seconds per point, median (fastest) of 10 interleaved points:
-#   without XLA: batch 100 1.71 (1.64), batch 250 1.82 (1.74), batch 500 2.07 (1.78)
-#   with XLA:    batch 100 1.64 (1.45), batch 250 1.66 (1.55), batch 500 1.76 (1.56)
-# XLA at batch 100 was the fastest. Batches of 1000 and 2000 were slower in every earlier sweep.
+# Engine seconds per point, fastest of 10 interleaved points (medians were noisier):
+#   ResNet-20, 2,000 CIFAR-10 images:  no XLA 1.58 / 1.64 / 1.79, XLA 1.43 / 1.51 / 1.55 (batch 100 / 250 / 500)
+#   ResNet-20, 1,797 8x8 digits:       no XLA 0.115 / 0.107 / 0.101, XLA 0.295 / 0.286 / 0.283
+# XLA saved about 10% on CIFAR but made the 8x8 digits model 2.7 times slower, so it is off.
+# Without XLA, batch 100 was the fastest on CIFAR. Batch 1000 was slower in two earlier sweeps and
+# batch 2000 in one.
 # NOTE: measured on a CPU only. A GPU likely prefers larger batches, so set batch_size there.
 DEFAULT_BATCH_SIZE = 100
-DEFAULT_JIT_COMPILE = True
+DEFAULT_JIT_COMPILE = False
 
 
 @dataclasses.dataclass(frozen=True)
