@@ -54,8 +54,12 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=None, help="batch size (default: the engine default)")
     parser.add_argument("--models", nargs="*", default=["resnet20_cifar", "resnet20_digits"],
                         choices=["resnet20_cifar", "resnet20_digits"], help="models to measure (none: sweep only)")
-    parser.add_argument("--sweep", action="store_true", help="also time the engine for each batch size and XLA setting")
-    parser.add_argument("--sweep-batch-sizes", type=int, nargs="+", default=[100, 250, 500, 1000, 2000])
+    parser.add_argument("--sweep", action="store_true",
+                        help="first time the engine for each batch size with and without XLA")
+    parser.add_argument("--sweep-batch-sizes", type=int, nargs="+", default=[100, 250, 500, 1000, 2000],
+                        help="batch sizes of the sweep (default 100 250 500 1000 2000)")
+    parser.add_argument("--sweep-models", nargs="+", default=["resnet20_cifar", "resnet20_digits"],
+                        choices=["resnet20_cifar", "resnet20_digits"], help="models of the sweep (default both)")
     parser.add_argument("--data-dir", default="../shared/data/cifar10-sample",
                         help="CIFAR-10 folder in the official python layout, relative to the repository root "
                              "unless absolute (default: ../shared/data/cifar10-sample)")
@@ -299,13 +303,16 @@ def measure_model(name: str, arguments: argparse.Namespace, batch_size: int, jit
     return result
 
 
-def sweep_engine(arguments: argparse.Namespace) -> list[dict]:
-    """Time the engine on ResNet-20 and CIFAR for each batch size with and without XLA, interleaved."""
+def sweep_engine(name: str, arguments: argparse.Namespace) -> list[dict]:
+    """Time the engine on one model for each batch size with and without XLA, interleaved."""
     from biaslab.landscape.engine import LandscapeEvaluator
     from biaslab.landscape.variables import collect_variables
     from biaslab.models import build_model
 
-    x, y, _ = load_cifar_images(arguments.data_dir, arguments.samples)
+    if name == "resnet20_cifar":
+        x, y, _ = load_cifar_images(arguments.data_dir, arguments.samples)
+    else:
+        x, y, _ = load_digit_images()
     model = build_model("resnet20", tuple(x.shape[1:]), 10, seed=0)
     variables = collect_variables(model)
     d1, d2 = filter_directions(model, seed=0)
@@ -327,8 +334,8 @@ def sweep_engine(arguments: argparse.Namespace) -> list[dict]:
         row = {"batch_size": batch_size, "jit_compile": jit_compile, "median_seconds": statistics.median(values),
                "min_seconds": min(values), "seconds": values}
         rows.append(row)
-        print(f"  sweep: batch {batch_size:5d}, XLA {str(jit_compile):5s}: median {row['median_seconds']:.3f} s, "
-              f"min {row['min_seconds']:.3f} s per point", flush=True)
+        print(f"  sweep {name}: batch {batch_size:5d}, XLA {str(jit_compile):5s}: median "
+              f"{row['median_seconds']:.3f} s, fastest {row['min_seconds']:.3f} s per point", flush=True)
     return rows
 
 
@@ -356,7 +363,7 @@ def main() -> None:
         "models": {},
     }
     if arguments.sweep:
-        report["sweep"] = sweep_engine(arguments)
+        report["sweep"] = {name: sweep_engine(name, arguments) for name in arguments.sweep_models}
     for name in arguments.models:
         report["models"][name] = measure_model(name, arguments, batch_size, DEFAULT_JIT_COMPILE)
 
