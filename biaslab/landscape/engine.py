@@ -33,8 +33,8 @@ class LandscapeEvaluator:
     """Evaluate a model at theta + a*d1 + b*d2 with one compiled step per point.
 
     ``variables`` maps the path of each variable to perturb to the model variable, and theta is
-    their value when the evaluator is built. Variables left out are never written. Use the evaluator as a
-    context manager, or call ``restore()``, to put theta back bit for bit.
+    their value when the evaluator is built. Variables left out are never written. Use the
+    evaluator as a context manager, or call ``restore()``, to put theta back bit for bit.
     """
 
     def __init__(
