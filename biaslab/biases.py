@@ -63,7 +63,7 @@ class BiasOption:
 
 @dataclasses.dataclass(frozen=True)
 class BiasInput:
-    """What a bias receives: the clean training split in both scales, and its resolved settings."""
+    """Input of a bias: the clean training split in both scales, and the resolved settings."""
 
     x: np.ndarray  # preprocessed model input, NHWC float32
     x_pixels: np.ndarray  # the same images in the [0, 1] pixel scale

@@ -107,7 +107,7 @@ class RunConfig:
         return self.learning_rate * factor
 
     def landscape_settings(self):
-        """The landscape part of the configuration as ``biaslab.landscape.LandscapeSettings``."""
+        """Return the landscape part of the configuration as ``biaslab.landscape.LandscapeSettings``."""
         from biaslab.landscape.settings import LandscapeSettings
 
         return LandscapeSettings(
@@ -122,7 +122,7 @@ class RunConfig:
         )
 
     def params(self) -> dict[str, str]:
-        """The whole configuration as flat MLflow params (bias options as ``bias.<name>``)."""
+        """Return the whole configuration as flat MLflow params, with bias options as ``bias.<name>``."""
         params = {
             "model": self.model,
             "dataset": self.dataset,

@@ -32,7 +32,7 @@ CIFAR_LAYOUTS = (
     f"a folder holding {CIFAR_FOLDER}/ (or being it) with any of data_batch_1..5 and test_batch, "
     f"or the official {CIFAR_ARCHIVE}"
 )
-# The digits split is fixed (seed 0, 20% stratified test) so that every run sees the same test set.
+# The digits split is fixed (seed 0, 20% stratified test) so that every run uses the same test set.
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0
 

@@ -1,7 +1,7 @@
 """Exceptions that biaslab raises for bad input and failed steps.
 
 The command line turns each of these into a one-line message and a non-zero exit code,
-so every message names the offending value and says what to change.
+so every message names the offending value and the change to make.
 """
 
 

@@ -38,7 +38,7 @@ def _conv(filters: int, kernel_size: int, strides: int, name: str) -> keras.laye
 
 
 def _block(x, filters: int, strides: int, share: bool, name: str):
-    """One basic block: conv-BN-ReLU-conv-BN, add the shortcut, ReLU."""
+    """Build one basic block: conv-BN-ReLU-conv-BN, the shortcut added, then ReLU."""
     first = _conv(filters, 3, strides, f"{name}_conv1")
     # a shared block calls its first convolution a second time instead of owning a second one
     second = first if share else _conv(filters, 3, 1, f"{name}_conv2")

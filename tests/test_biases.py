@@ -120,7 +120,8 @@ def test_gaussian_std_option_and_pixel_space(plugins, cifar_dataset):
     assert int(changed.sum()) == 30
     # clipped in pixel space, then preprocessed with the clean mean image
     pixels = result.x[changed] + Preprocessor.fit("pixel", cifar_dataset.x_train).mean_image
-    assert pixels.min() >= -1e-6 and pixels.max() <= 1 + 1e-6
+    assert pixels.min() >= -1e-6
+    assert pixels.max() <= 1 + 1e-6
 
 
 def test_gaussian_rejects_var_and_std(plugins):

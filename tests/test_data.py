@@ -20,7 +20,8 @@ def test_cifar_sample_layout(cifar_dataset):
     assert cifar_dataset.x_train.shape == (3000, 32, 32, 3)
     assert cifar_dataset.x_test.shape == (1000, 32, 32, 3)
     assert cifar_dataset.x_train.dtype == np.float32
-    assert 0.0 <= cifar_dataset.x_train.min() and cifar_dataset.x_train.max() <= 1.0
+    assert cifar_dataset.x_train.min() >= 0.0
+    assert cifar_dataset.x_train.max() <= 1.0
     assert np.bincount(cifar_dataset.y_train).tolist() == [300] * 10
     # the first labels of the sample's MANIFEST.csv: horse, frog, deer, cat
     assert cifar_dataset.y_train[:4].tolist() == [7, 6, 4, 3]
